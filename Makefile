@@ -1,0 +1,50 @@
+# The verbs a newcomer looks for. Each target creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+.PHONY: demo test test-all test-slow lint format docs bench services clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,mysql,postgres,embedded,bench,docs]'
+	touch $@
+
+## demo: the 1000-comment burst on one post, with and without counter caches
+demo: $(VENV)/.installed
+	$(BIN)/python benchmarks/burst.py $(DEMO_ARGS)
+
+## test: the whole suite on MariaDB, PostgreSQL and SQLite (starts what is missing)
+test: $(VENV)/.installed
+	bash scripts/services.sh
+	bash scripts/test.sh
+
+## test-slow: the long fault-injection and burst runs
+test-slow: $(VENV)/.installed
+	bash scripts/services.sh
+	$(BIN)/pytest -m slow -v
+
+## lint: ruff and mypy strict
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## docs: build the documentation site into site/
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict
+
+## bench: the burst benchmark on the local MariaDB and Redis
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/burst.py --db mysql://root:@127.0.0.1:3306/cc_bench --redis redis://127.0.0.1:6379/0
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""The worker's work: apply a shard's deltas, drain the outbox, reconcile.
+
+Exactly-once, step by step, for one shard:
+
+1. `take` renames the shard's pending hash to its in-flight hash, under a fresh
+   token (or hands back a batch an earlier, killed attempt left in flight).
+2. One database transaction inserts the token into the ledger table and runs the
+   UPDATE statements. A batch whose token is already in the ledger was applied, so
+   it is skipped; two jobs racing on one batch collide on the ledger's primary key.
+3. `finish` deletes the in-flight hash, if it still holds that token.
+
+A crash between any two steps leaves the batch in flight; the next job for the shard
+resumes it at step 2, and the ledger says whether step 2 had committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import stamina
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from .apply import ApplyReport, apply_deltas
+from .models import CounterLedger, CounterOutbox
+from .runtime import get_runtime
+from .store import Taken
+
+__all__ = ["apply_shard", "drain_outbox", "reconcile"]
+
+logger = logging.getLogger(__name__)
+
+_TRANSIENT_WORDS = (
+    "deadlock",
+    "lock wait",
+    "lost connection",
+    "gone away",
+    "connection",
+    "timeout",
+    "timed out",
+    "database is locked",
+    "could not serialize",
+)
+
+
+def is_transient(error: Exception) -> bool:
+    """Database trouble worth retrying: deadlocks, lock waits, dropped connections."""
+    text = f"{error!r} {error.__cause__!r}".lower()
+    return any(word in text for word in _TRANSIENT_WORDS)
+
+
+@dataclass
+class ShardRun:
+    batches: int = 0
+    statements: int = 0
+    skipped: int = 0
+
+
+def _connection_name() -> str | None:
+    name = CounterLedger._meta.default_connection
+    return name if isinstance(name, str) else None
+
+
+async def _already_applied(token: str) -> bool:
+    return await CounterLedger.filter(token=token).exists()
+
+
+@stamina.retry(on=is_transient, attempts=6, wait_initial=0.05, wait_max=2.0)
+async def apply_batch(taken: Taken) -> ApplyReport | None:
+    """Apply a taken batch once; None when the ledger shows it was applied before."""
+    if taken.resumed and await _already_applied(taken.token):
+        return None
+    try:
+        async with in_transaction(_connection_name()) as connection:
+            await CounterLedger.create(token=taken.token, using_db=connection)
+            return await apply_deltas(taken.deltas, connection)
+    except IntegrityError:
+        if await _already_applied(taken.token):
+            return None
+        raise
+
+
+async def apply_shard(ctx: dict[str, Any] | None, *, shard: Any) -> dict[str, int]:
+    """SAQ job: apply every delta pending in `shard` until the shard is empty."""
+    runtime = get_runtime()
+    settings = runtime.settings
+    if (
+        not isinstance(shard, int)
+        or isinstance(shard, bool)
+        or not (0 <= shard < settings.shards)
+    ):
+        logger.error("job dropped reason=bad shard shard=%r", shard)
+        return {"batches": 0, "statements": 0}
+    run = ShardRun()
+    deadline = time.monotonic() + settings.job_timeout_s / 2
+    while True:
+        await asyncio.sleep(settings.batch_window_s)
+        taken = await runtime.store.take(shard, uuid.uuid4().hex)
+        if taken is None:
+            break
+        started = time.perf_counter()
+        report = await apply_batch(taken)
+        await runtime.store.finish(shard, taken.token)
+        run.batches += 1
+        if report is None:
+            run.skipped += 1
+            logger.info("batch already applied shard=%d token=%s", shard, taken.token)
+        else:
+            run.statements += report.statements
+            logger.info(
+                "batch applied shard=%d counters=%d statements=%d ms=%.1f",
+                shard,
+                report.counters,
+                report.statements,
+                (time.perf_counter() - started) * 1000,
+            )
+        if time.monotonic() > deadline:
+            # A shard that never empties: hand over to a fresh job before the SAQ
+            # timeout cancels this one. The lease stays held.
+            await runtime.enqueue_apply(shard)
+            break
+    return {"batches": run.batches, "statements": run.statements}
+
+
+async def drain_outbox(limit: int = 1000) -> int:
+    """Apply up to `limit` committed outbox deltas in one transaction; returns how
+    many rows it consumed. Safe with several workers: rows are claimed by DELETE,
+    and a drainer that lost the race rolls back."""
+    async with in_transaction(_connection_name()) as connection:
+        rows = await (
+            CounterOutbox.all()
+            .using_db(connection)
+            .order_by("id")
+            .limit(limit)
+            .values_list("id", "counter", "delta")
+        )
+        if not rows:
+            return 0
+        ids = [row[0] for row in rows]
+        deleted = await CounterOutbox.filter(id__in=ids).using_db(connection).delete()
+        if deleted != len(ids):
+            raise _OutboxRaced
+        deltas: dict[str, int] = {}
+        for _, counter, delta in rows:
+            deltas[counter] = deltas.get(counter, 0) + int(delta)
+        await apply_deltas({c: d for c, d in deltas.items() if d}, connection)
+    logger.info("outbox drained rows=%d", len(rows))
+    return len(rows)
+
+
+class _OutboxRaced(Exception):
+    """Another worker claimed some of the rows first."""
+
+
+async def drain_outbox_forever(poll_s: float) -> None:
+    """Worker background task: drain the outbox, resting `poll_s` when it is empty."""
+    while True:
+        try:
+            consumed = await drain_outbox()
+        except _OutboxRaced:
+            consumed = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("outbox drain failed")
+            consumed = 0
+        if not consumed:
+            await asyncio.sleep(poll_s)
+
+
+async def reconcile(ctx: dict[str, Any] | None = None) -> dict[str, int]:
+    """Cron job: schedule shards whose deltas no job will apply (a lost enqueue,
+    retries exhausted, a killed worker) and prune the ledger."""
+    runtime = get_runtime()
+    settings = runtime.settings
+    now_ms = time.time() * 1000
+    scheduled = 0
+    for state in await runtime.store.inspect(range(settings.shards)):
+        if not state.pending and not state.inflight:
+            continue
+        stale = state.since_ms is not None and (
+            now_ms - state.since_ms > settings.max_delta_age_s * 1000
+        )
+        if await runtime.store.arm(state.shard) or stale or state.lease_ms_left < 0:
+            await runtime.enqueue_apply(state.shard)
+            scheduled += 1
+            logger.warning(
+                "orphaned deltas scheduled shard=%d pending=%d inflight=%d",
+                state.shard,
+                state.pending,
+                state.inflight,
+            )
+    cutoff = time.time() - settings.ledger_retention_s
+    from datetime import UTC, datetime
+
+    pruned = await CounterLedger.filter(
+        applied_at__lt=datetime.fromtimestamp(cutoff, UTC)
+    ).delete()
+    return {"scheduled": scheduled, "pruned": pruned}

@@ -1,0 +1,81 @@
+"""Where a save's deltas go: Redis (the fast path), the transactional outbox, the
+database directly (Redis unreachable), or nowhere yet (inline test mode applies them
+at once).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+
+from .apply import apply_deltas
+from .exceptions import ConfigurationError
+from .keys import CounterRef, shard_of
+from .runtime import get_runtime
+from .store import group_by_shard
+
+__all__ = ["record"]
+
+logger = logging.getLogger(__name__)
+
+_inline = False
+
+
+def set_inline(enabled: bool) -> bool:
+    """Switch inline mode; returns the previous value (see `testing.py`)."""
+    global _inline
+    previous, _inline = _inline, enabled
+    return previous
+
+
+def is_inline() -> bool:
+    return _inline
+
+
+async def record(changes: list[tuple[CounterRef, int]], db: BaseDBAsyncClient) -> None:
+    """Record counter changes made by a write that went through `db`."""
+    deltas: dict[str, int] = {}
+    for ref, delta in changes:
+        counter = ref.encode()
+        deltas[counter] = deltas.get(counter, 0) + delta
+    deltas = {counter: delta for counter, delta in deltas.items() if delta}
+    if not deltas:
+        return
+    if _inline:
+        await apply_deltas(deltas, db)
+    elif isinstance(db, TransactionalDBClient):
+        await _record_in_outbox(deltas, db)
+    else:
+        await _record_in_redis(changes, deltas, db)
+
+
+async def _record_in_outbox(deltas: dict[str, int], db: BaseDBAsyncClient) -> None:
+    from .models import CounterOutbox
+
+    if CounterOutbox._meta.app is None:
+        raise ConfigurationError(
+            "A counted row was saved inside a transaction, but the model "
+            "tortoise_counter_cache.models.CounterOutbox is not registered; add "
+            "'tortoise_counter_cache.models' to the models of your Tortoise app."
+        )
+    rows = [CounterOutbox(counter=c, delta=d) for c, d in deltas.items()]
+    await CounterOutbox.bulk_create(rows, using_db=db)
+
+
+async def _record_in_redis(
+    changes: list[tuple[CounterRef, int]], deltas: dict[str, int], db: BaseDBAsyncClient
+) -> None:
+    runtime = get_runtime()
+    if not runtime.redis_is_down():
+        shards = runtime.settings.shards
+        by_shard = group_by_shard(
+            (shard_of(ref, shards), ref.encode(), delta) for ref, delta in changes
+        )
+        try:
+            await runtime.recorder.submit(by_shard)
+            return
+        except Exception as error:  # Redis unreachable, timed out or refused
+            runtime.mark_redis_down(error)
+    report = await apply_deltas(deltas, db)
+    logger.debug("deltas applied directly counters=%d", report.counters)

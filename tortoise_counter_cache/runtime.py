@@ -1,0 +1,113 @@
+"""Per-event-loop state: Redis clients, the SAQ queue and the group-commit recorder.
+
+Redis connections belong to the event loop that opened them, so each loop gets its
+own `Runtime`. `configure()` drops them all; the next call builds new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from typing import Any
+
+from redis.asyncio import Redis
+from saq.queue.redis import RedisQueue
+
+from .settings import Settings, get_settings
+from .store import DeltaStore, build_client
+
+__all__ = ["Runtime", "get_runtime", "reset"]
+
+logger = logging.getLogger(__name__)
+
+APPLY_JOB = "counter_cache.apply_shard"
+RECONCILE_JOB = "counter_cache.reconcile"
+
+
+class Runtime:
+    """Everything one event loop needs to record deltas and enqueue jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = DeltaStore(build_client(settings), settings)
+        self._queue: RedisQueue | None = None
+        self.redis_down_until = 0.0
+        from .recorder import GroupCommit  # recorder needs Runtime's type only
+
+        self.recorder = GroupCommit(self)
+
+    @property
+    def queue(self) -> RedisQueue:
+        """The SAQ queue; its client waits forever on blocking reads, as SAQ needs."""
+        if self._queue is None:
+            client: Any = Redis.from_url(
+                self.settings.effective_queue_url, socket_timeout=None
+            )
+            self._queue = RedisQueue(client, name=self.settings.queue)
+        return self._queue
+
+    async def enqueue_apply(self, shard: int) -> None:
+        """Queue one apply job for a shard. The job key is unique on purpose: SAQ
+        refuses a key that is queued or running, and the lease already makes sure
+        only one job is queued per shard."""
+        key = f"{self.settings.key_prefix}:{shard}:{uuid.uuid4().hex}"
+        await self.queue.enqueue(
+            APPLY_JOB,
+            key=key,
+            shard=shard,
+            timeout=self.settings.job_timeout_s,
+            retries=8,
+            retry_delay=0.5,
+            retry_backoff=30,
+            ttl=60,
+        )
+        logger.debug("apply job queued shard=%d key=%s", shard, key)
+
+    def redis_is_down(self) -> bool:
+        return time.monotonic() < self.redis_down_until
+
+    def mark_redis_down(self, error: BaseException) -> None:
+        first = not self.redis_is_down()
+        self.redis_down_until = time.monotonic() + self.settings.redis_retry_after_s
+        if first:
+            logger.warning(
+                "redis unreachable, applying deltas directly to the database "
+                "error=%r retry_after_s=%.1f",
+                error,
+                self.settings.redis_retry_after_s,
+            )
+
+    async def aclose(self) -> None:
+        await self.store.client.aclose()
+        if self._queue is not None:
+            await self._queue.disconnect()
+
+
+_runtimes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_runtime() -> Runtime:
+    """The runtime of the running event loop, built on first use."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.get(loop)
+    if runtime is None or runtime.settings is not get_settings():
+        runtime = _runtimes[loop] = Runtime(get_settings())
+    return runtime
+
+
+def reset() -> None:
+    """Forget every runtime (their connections close when collected)."""
+    _runtimes.clear()
+
+
+async def close_runtime() -> None:
+    """Close the running loop's Redis connections, if any were opened."""
+    loop = asyncio.get_running_loop()
+    runtime = _runtimes.pop(loop, None)
+    if runtime is not None:
+        await runtime.aclose()

@@ -1,0 +1,265 @@
+"""The Redis side of the deltas: record, take, finish and inspect, each one Lua script.
+
+Why Lua and not MULTI pipelines: the take script must decide on what it reads (an
+empty shard releases its lease in the same step that observes it empty), which a
+MULTI block cannot do. Each script touches the keys of one shard only (one hash
+slot), except `record`, which on a standalone Redis may touch several shards in one
+call; on a cluster the client sends one `record` call per shard.
+
+No script is retried by the client: a retried HINCRBY whose first reply was lost
+would count twice (redis-py 8's default constructor retries ten times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .keys import ShardKeys
+from .settings import Settings
+
+__all__ = ["DeltaStore", "ShardState", "Taken"]
+
+logger = logging.getLogger(__name__)
+
+RedisClient = Redis | RedisCluster
+
+# KEYS: per shard, (pending, since, lease). ARGV: now_ms, lease_ms, then per shard the
+# number of counters followed by (counter, delta) pairs. A counter whose running
+# delta returns to zero is removed. Returns the 1-based positions of the shards this
+# call armed (their lease was free), which the caller must hand to a job.
+_RECORD = """
+local now, lease = ARGV[1], ARGV[2]
+local a = 3
+local armed = {}
+for i = 1, #KEYS, 3 do
+  local n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    if redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1]) == 0 then
+      redis.call('HDEL', KEYS[i], ARGV[a])
+    end
+    a = a + 2
+  end
+  redis.call('SET', KEYS[i + 1], now, 'NX')
+  if redis.call('SET', KEYS[i + 2], '1', 'NX', 'PX', lease) then
+    armed[#armed + 1] = (i + 2) / 3
+  end
+end
+return armed
+"""
+
+# KEYS: pending, inflight, token, lease, since. ARGV: new token, lease_ms.
+# A batch left in flight by an earlier attempt is returned again, under its old
+# token, before anything new is taken: the caller then asks the ledger whether it
+# was applied. An empty shard releases its lease in the same step that sees it
+# empty, so a delta recorded a moment later finds the lease free and arms a new job.
+_TAKE = """
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {redis.call('GET', KEYS[3]), redis.call('HGETALL', KEYS[2])}
+end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  return false
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[5])
+return {ARGV[1], redis.call('HGETALL', KEYS[2])}
+"""
+
+# KEYS: inflight, token. ARGV: token. Clears the batch only if it is still the one
+# this caller applied (a concurrent job may have finished it already).
+_FINISH = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: pending, inflight, lease, since. Returns the shard's state for the
+# reconciler and `status`: pending counters, counters in flight, lease ms left
+# (-2 when free), since (epoch ms or false).
+_INSPECT = """
+return {redis.call('HLEN', KEYS[1]), redis.call('HLEN', KEYS[2]),
+        redis.call('PTTL', KEYS[3]), redis.call('GET', KEYS[4])}
+"""
+
+# KEYS: pending, since, lease. ARGV: lease_ms. Arms a shard that has work and no
+# lease; returns 1 if this call armed it.
+_ARM = """
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+
+# KEYS: pending, inflight. ARGV: counter. Returns pending and in-flight delta of one
+# counter (recount subtracts both).
+_PEEK = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A batch of deltas a job took from a shard, under a ledger token."""
+
+    token: str
+    deltas: dict[str, int]
+    resumed: bool
+    """True when the batch was left in flight by an earlier attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    shard: int
+    pending: int
+    inflight: int
+    lease_ms_left: int
+    since_ms: int | None
+
+
+def build_client(settings: Settings, url: str | None = None) -> RedisClient:
+    """The client for deltas: short timeouts, and no retries (see module docs)."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": min(settings.redis_timeout_s, 0.5),
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_cluster and url is None:
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(url or settings.redis_url, **options)
+
+
+class DeltaStore:
+    """Deltas of all counters, spread over `settings.shards` shards in Redis."""
+
+    def __init__(self, client: RedisClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self._record = client.register_script(_RECORD)
+        self._take = client.register_script(_TAKE)
+        self._finish = client.register_script(_FINISH)
+        self._inspect = client.register_script(_INSPECT)
+        self._arm = client.register_script(_ARM)
+        self._peek = client.register_script(_PEEK)
+
+    def keys(self, shard: int) -> ShardKeys:
+        return ShardKeys(self.settings.key_prefix, shard)
+
+    async def record(self, by_shard: dict[int, dict[str, int]]) -> list[int]:
+        """Add deltas (shard -> counter -> delta); returns the shards armed by this
+        call, for which the caller must enqueue an apply job."""
+        if not by_shard:
+            return []
+        if isinstance(self.client, RedisCluster):
+            groups = [[item] for item in by_shard.items()]
+            results = await asyncio.gather(*(self._record_group(g) for g in groups))
+            return [shard for armed in results for shard in armed]
+        return await self._record_group(list(by_shard.items()))
+
+    async def _record_group(
+        self, group: Sequence[tuple[int, dict[str, int]]]
+    ) -> list[int]:
+        keys: list[str] = []
+        args: list[Any] = [int(time.time() * 1000), self.settings.lease_ms]
+        for shard, deltas in group:
+            names = self.keys(shard)
+            keys += [names.pending, names.since, names.lease]
+            args.append(len(deltas))
+            for counter, delta in deltas.items():
+                args += [counter, delta]
+        armed = cast(list[int], await self._record(keys=keys, args=args))
+        return [group[position - 1][0] for position in armed]
+
+    async def take(self, shard: int, token: str) -> Taken | None:
+        """Move the shard's pending deltas in flight under `token` (or return the
+        batch an earlier attempt left in flight); None when the shard is empty, in
+        which case its lease was released."""
+        names = self.keys(shard)
+        reply = await self._take(
+            keys=[names.pending, names.inflight, names.token, names.lease, names.since],
+            args=[token, self.settings.lease_ms],
+        )
+        if not reply:
+            return None
+        batch_token = _text(reply[0]) if reply[0] is not None else token
+        flat = reply[1]
+        deltas = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return Taken(batch_token, deltas, resumed=batch_token != token)
+
+    async def finish(self, shard: int, token: str) -> bool:
+        names = self.keys(shard)
+        done = await self._finish(keys=[names.inflight, names.token], args=[token])
+        return bool(done)
+
+    async def inspect(self, shards: Iterable[int]) -> list[ShardState]:
+        async def one(shard: int) -> ShardState:
+            names = self.keys(shard)
+            pending, inflight, pttl, since = await self._inspect(
+                keys=[names.pending, names.inflight, names.lease, names.since]
+            )
+            return ShardState(
+                shard,
+                int(pending),
+                int(inflight),
+                int(pttl),
+                int(since) if since is not None else None,
+            )
+
+        return list(await asyncio.gather(*(one(shard) for shard in shards)))
+
+    async def arm(self, shard: int) -> bool:
+        names = self.keys(shard)
+        armed = await self._arm(
+            keys=[names.pending, names.since, names.lease],
+            args=[self.settings.lease_ms],
+        )
+        return bool(armed)
+
+    async def peek(self, shard: int, counter: str) -> tuple[int, int, str | None]:
+        """Pending delta, in-flight delta and in-flight token of one counter."""
+        names = self.keys(shard)
+        pending, inflight = await self._peek(
+            keys=[names.pending, names.inflight], args=[counter]
+        )
+        token = await self.client.get(names.token) if inflight is not None else None
+        return (
+            int(pending or 0),
+            int(inflight or 0),
+            _text(token) if token is not None else None,
+        )
+
+    async def drop_all(self) -> None:
+        """Delete every key of every shard (for tests and `reset` tooling)."""
+        for shard in range(self.settings.shards):
+            names = self.keys(shard)
+            await self.client.delete(
+                names.pending, names.since, names.lease, names.inflight, names.token
+            )
+
+
+def group_by_shard(deltas: Iterable[tuple[int, str, int]]) -> dict[int, dict[str, int]]:
+    """Sum (shard, counter, delta) triples into shard -> counter -> delta."""
+    grouped: dict[int, dict[str, int]] = defaultdict(dict)
+    for shard, counter, delta in deltas:
+        grouped[shard][counter] = grouped[shard].get(counter, 0) + delta
+    return {
+        shard: {c: d for c, d in counters.items() if d}
+        for shard, counters in grouped.items()
+        if any(counters.values())
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
