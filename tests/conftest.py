@@ -27,7 +27,8 @@ from tortoise_counter_cache.worker import build_settings
 
 REDIS_URL = os.environ.get("COUNTER_CACHE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 BACKEND = os.environ.get("COUNTER_CACHE_TEST_DB", "mysql")
-DB_NAME = f"cc_test_{os.getpid()}"
+# Worker subprocesses inherit the name, so they open the same database.
+DB_NAME = os.environ.setdefault("COUNTER_CACHE_TEST_DB_NAME", f"cc_test_{os.getpid()}")
 DB_URLS = {
     "mysql": f"mysql://root:@127.0.0.1:3306/{DB_NAME}",
     "postgres": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
