@@ -3,6 +3,8 @@ path, and refuses bad input without touching any counter."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -94,3 +96,23 @@ async def test_cache_and_enqueue_refuses_a_pk_of_the_wrong_type(db: None) -> Non
     """A primary key that is neither int nor str is refused."""
     with pytest.raises(InvalidDeltaError, match="pk must be an int or a str, got list"):
         await cache_and_enqueue(User, [1], "karma", "increment")
+
+
+async def test_delta_for_a_missing_row_is_dropped_once_and_logged(
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delta whose parent row does not exist is logged and dropped, not retried."""
+    caplog.set_level(logging.INFO, logger="tortoise_counter_cache")
+    await cache_and_enqueue(User, 987654, "karma", "increment")
+
+    async def dropped() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.getMessage().startswith("parent missing, delta dropped")
+        ]
+
+    (line,) = await eventually(dropped)
+    assert "model=User column=karma delta=+1 missing=1" in line
+    await asyncio.sleep(0.5)
+    assert len(await dropped()) == 1

@@ -41,10 +41,15 @@ class Runtime:
 
     @property
     def queue(self) -> RedisQueue:
-        """The SAQ queue; its client waits forever on blocking reads, as SAQ needs."""
+        """The SAQ queue the application enqueues to. It makes no blocking reads
+        (the worker's own queue does), so a hung Redis must not hang a save: its
+        calls time out like the delta client's."""
         if self._queue is None:
+            timeout_s = max(self.settings.redis_timeout_s, 5.0)
             client: Any = Redis.from_url(
-                self.settings.effective_queue_url, socket_timeout=None
+                self.settings.effective_queue_url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=min(self.settings.redis_timeout_s, 0.5),
             )
             self._queue = RedisQueue(client, name=self.settings.queue)
         return self._queue
