@@ -58,22 +58,9 @@ class GroupCommit:
         armed = await self._runtime.store.record(
             {s: cs for s, cs in batch.items() if cs}
         )
-        for shard in armed:
-            await self._enqueue(shard)
-
-    async def _enqueue(self, shard: int) -> None:
-        try:
-            await self._runtime.enqueue_apply(shard)
-        except Exception as error:
-            # The deltas are safe in Redis; free the lease so the next save or the
-            # worker's reconciler schedules the shard again.
-            logger.warning("apply job not queued shard=%d error=%r", shard, error)
-            try:
-                await self._runtime.store.client.delete(
-                    self._runtime.store.keys(shard).lease
-                )
-            except Exception:  # the lease then expires on its own
-                logger.debug("lease not released shard=%d", shard)
+        # The deltas are safe in Redis now; queueing the jobs need not delay the
+        # saves (the reconciler covers a process that dies before it queued them).
+        self._runtime.hand_over(armed)
 
     def _continue(self) -> None:
         if not self._pending:

@@ -7,6 +7,7 @@ own `Runtime`. `configure()` drops them all; the next call builds new ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -35,6 +36,7 @@ class Runtime:
         self.store = DeltaStore(build_client(settings), settings)
         self._queue: RedisQueue | None = None
         self.redis_down_until = 0.0
+        self._handovers: set[asyncio.Task[None]] = set()
         from .recorder import GroupCommit  # recorder needs Runtime's type only
 
         self.recorder = GroupCommit(self)
@@ -71,6 +73,32 @@ class Runtime:
         )
         logger.debug("apply job queued shard=%d key=%s", shard, key)
 
+    def hand_over(self, shards: list[int]) -> None:
+        """Queue apply jobs for newly armed shards in the background."""
+        if not shards:
+            return
+        task = asyncio.get_running_loop().create_task(self._enqueue_all(shards))
+        self._handovers.add(task)
+        task.add_done_callback(self._handovers.discard)
+
+    async def _enqueue_all(self, shards: list[int]) -> None:
+        await asyncio.gather(*(self._enqueue_one(shard) for shard in shards))
+
+    async def _enqueue_one(self, shard: int) -> None:
+        try:
+            await self.enqueue_apply(shard)
+        except Exception as error:
+            # Free the lease so that the next save, or the worker's reconciler,
+            # schedules the shard again; if even that fails, the lease expires.
+            logger.warning("apply job not queued shard=%d error=%r", shard, error)
+            with contextlib.suppress(Exception):
+                await self.store.client.delete(self.store.keys(shard).lease)
+
+    async def wait_for_handovers(self) -> None:
+        """Wait until every apply job this loop armed has been queued."""
+        while self._handovers:
+            await asyncio.gather(*self._handovers, return_exceptions=True)
+
     def redis_is_down(self) -> bool:
         return time.monotonic() < self.redis_down_until
 
@@ -86,6 +114,7 @@ class Runtime:
             )
 
     async def aclose(self) -> None:
+        await self.wait_for_handovers()
         await self.store.client.aclose()
         if self._queue is not None:
             await self._queue.disconnect()
