@@ -74,20 +74,25 @@ class CounterCacheMixin:
         creating = _is_create(model, fields, force_create, force_update)
         if not creating and fields is None and self._cc_counter_columns:
             fields = _fields_without_counters(model, self._cc_counter_columns)
-        changes: list[tuple[CounterRef, int]] = []
         if not creating and self._cc_specs:
-            changes = await self._cc_move(db, fields)
+            # The move is committed by its compare-and-set (or is part of the
+            # caller's transaction), so it is counted even if the rest of the save
+            # fails below.
+            moves = await self._cc_move(db, fields)
+            if moves:
+                await record(moves, db)
         await super().save(db, fields, force_create, force_update)  # type: ignore[misc]
-        if creating:
-            changes = [
-                (spec.ref(value), 1)
-                for spec in self._cc_specs
-                if (value := getattr(self, spec.source_field, None)) is not None
-            ]
         if creating and self._cc_specs:
             self._cc_take_snapshot()
-        if changes:
-            await record(changes, db)
+            created = [
+                (spec.ref(value), 1)
+                for spec, value in zip(
+                    self._cc_specs, self._cc_snapshot.values(), strict=True
+                )
+                if value is not None
+            ]
+            if created:
+                await record(created, db)
 
     async def delete(self, using_db: BaseDBAsyncClient | None = None) -> None:
         if not self._cc_specs:
