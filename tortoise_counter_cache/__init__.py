@@ -18,7 +18,9 @@ from .exceptions import (
     InvalidDeltaError,
     UnknownCounterError,
 )
+from .flush import FlushReport, flush
 from .mixin import CounterCacheMixin
+from .recount import RecountReport, recount
 from .settings import Settings, configure, get_settings
 
 __all__ = [
@@ -27,13 +29,17 @@ __all__ = [
     "CounterCacheError",
     "CounterCacheMixin",
     "CounterDeclarationError",
+    "FlushReport",
     "InvalidDeltaError",
+    "RecountReport",
     "Settings",
     "UnknownCounterError",
     "async_counter_cache",
     "cache_and_enqueue",
     "configure",
+    "flush",
     "get_settings",
+    "recount",
 ]
 
 __version__ = "0.1.0"

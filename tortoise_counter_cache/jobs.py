@@ -100,31 +100,41 @@ async def apply_shard(ctx: dict[str, Any] | None, *, shard: Any) -> dict[str, in
     deadline = time.monotonic() + settings.job_timeout_s / 2
     while True:
         await asyncio.sleep(settings.batch_window_s)
-        taken = await runtime.store.take(shard, uuid.uuid4().hex)
-        if taken is None:
+        if await apply_next(shard, run) is None:
             break
-        started = time.perf_counter()
-        report = await apply_batch(taken)
-        await runtime.store.finish(shard, taken.token)
-        run.batches += 1
-        if report is None:
-            run.skipped += 1
-            logger.info("batch already applied shard=%d token=%s", shard, taken.token)
-        else:
-            run.statements += report.statements
-            logger.info(
-                "batch applied shard=%d counters=%d statements=%d ms=%.1f",
-                shard,
-                report.counters,
-                report.statements,
-                (time.perf_counter() - started) * 1000,
-            )
         if time.monotonic() > deadline:
             # A shard that never empties: hand over to a fresh job before the SAQ
             # timeout cancels this one. The lease stays held.
             await runtime.enqueue_apply(shard)
             break
     return {"batches": run.batches, "statements": run.statements}
+
+
+async def apply_next(shard: int, run: ShardRun) -> Taken | None:
+    """Take one batch of `shard`, apply it and finish it (steps 1 to 3 above);
+    returns it, or None when the shard was empty (its lease is then released).
+    Shared by the job and `flush()`."""
+    runtime = get_runtime()
+    taken = await runtime.store.take(shard, uuid.uuid4().hex)
+    if taken is None:
+        return None
+    started = time.perf_counter()
+    report = await apply_batch(taken)
+    await runtime.store.finish(shard, taken.token)
+    run.batches += 1
+    if report is None:
+        run.skipped += 1
+        logger.info("batch already applied shard=%d token=%s", shard, taken.token)
+    else:
+        run.statements += report.statements
+        logger.info(
+            "batch applied shard=%d counters=%d statements=%d ms=%.1f",
+            shard,
+            report.counters,
+            report.statements,
+            (time.perf_counter() - started) * 1000,
+        )
+    return taken
 
 
 async def drain_outbox(limit: int = 1000) -> int:

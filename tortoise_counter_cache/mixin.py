@@ -81,6 +81,13 @@ class CounterCacheMixin:
             moves = await self._cc_move(db, fields)
             if moves:
                 await record(moves, db)
+            # The compare-and-set above owns the counted keys: writing them again
+            # here could undo a concurrent move that was already counted.
+            fields = _fields_without_keys(model, fields, self._cc_specs)
+            if not fields and force_update:
+                # Only counted keys changed and they are written: Tortoise would
+                # take its empty UPDATE (0 rows) for a missing row and raise.
+                force_update, model._saved_in_db = False, True
         await super().save(db, fields, force_create, force_update)  # type: ignore[misc]
         if creating and self._cc_specs:
             self._cc_take_snapshot()
@@ -118,10 +125,10 @@ class CounterCacheMixin:
         inside a transaction), or None when the row is gone."""
         model: Any = type(self)
         query = model.filter(pk=self.pk).using_db(db)
-        rows = await query.select_for_update().values(
-            *(s.source_field for s in self._cc_specs)
-        )
-        return rows[0] if rows else None
+        names = [s.source_field for s in self._cc_specs]
+        # Objects, not .values(): Tortoise 1.1 drops FOR UPDATE from values queries.
+        rows = await query.select_for_update().only(model._meta.pk_attr, *names)
+        return {name: getattr(rows[0], name) for name in names} if rows else None
 
     def _cc_expected(self) -> dict[str, Any] | None:
         snapshot = getattr(self, "_cc_snapshot", None)
@@ -222,6 +229,16 @@ def _is_create(
     if model._saved_in_db or fields:
         return model.pk is None
     return True
+
+
+def _fields_without_keys(
+    model: Any, fields: list[str] | None, specs: Iterable[CounterSpec]
+) -> list[str]:
+    """`fields` (default: every writable field) minus the counted foreign keys."""
+    keys = {name for s in specs for name in (s.source_field, s.fk_name)}
+    if fields is None:
+        fields = _fields_without_counters(model, frozenset())
+    return [name for name in fields if name not in keys]
 
 
 def _fields_without_counters(model: Any, counters: frozenset[str]) -> list[str]:

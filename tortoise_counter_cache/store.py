@@ -103,10 +103,12 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[1]) then return 1 end
 return 0
 """
 
-# KEYS: pending, inflight. ARGV: counter. Returns pending and in-flight delta of one
-# counter (recount subtracts both).
+# KEYS: pending, inflight, token. ARGV: counter. Returns pending and in-flight delta
+# of one counter and the in-flight token, read together: a token read apart could
+# belong to a batch taken after the in-flight delta was read (recount needs both).
 _PEEK = """
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1])}
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1]),
+        redis.call('GET', KEYS[3])}
 """
 
 
@@ -194,8 +196,7 @@ class DeltaStore:
         if not reply:
             return None
         batch_token = _text(reply[0]) if reply[0] is not None else token
-        flat = reply[1]
-        deltas = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        deltas = _parse_deltas(shard, reply[1])
         return Taken(batch_token, deltas, resumed=batch_token != token)
 
     async def finish(self, shard: int, token: str) -> bool:
@@ -230,14 +231,13 @@ class DeltaStore:
     async def peek(self, shard: int, counter: str) -> tuple[int, int, str | None]:
         """Pending delta, in-flight delta and in-flight token of one counter."""
         names = self.keys(shard)
-        pending, inflight = await self._peek(
-            keys=[names.pending, names.inflight], args=[counter]
+        pending, inflight, token = await self._peek(
+            keys=[names.pending, names.inflight, names.token], args=[counter]
         )
-        token = await self.client.get(names.token) if inflight is not None else None
         return (
             int(pending or 0),
             int(inflight or 0),
-            _text(token) if token is not None else None,
+            _text(token) if inflight is not None and token is not None else None,
         )
 
     async def drop_all(self) -> None:
@@ -259,6 +259,25 @@ def group_by_shard(deltas: Iterable[tuple[int, str, int]]) -> dict[int, dict[str
         for shard, counters in grouped.items()
         if any(counters.values())
     }
+
+
+def _parse_deltas(shard: int, flat: Sequence[Any]) -> dict[str, int]:
+    """A flat HGETALL reply as counter -> delta. A field whose value is not an
+    integer (written by something other than this library) is logged and dropped:
+    raising here would leave the batch in flight and wedge the shard forever."""
+    deltas: dict[str, int] = {}
+    for i in range(0, len(flat), 2):
+        counter = _text(flat[i])
+        try:
+            deltas[counter] = int(flat[i + 1])
+        except ValueError:
+            logger.error(
+                "delta dropped shard=%d counter=%s delta=%r reason=not an integer",
+                shard,
+                counter,
+                flat[i + 1],
+            )
+    return deltas
 
 
 def _text(value: bytes | str) -> str:
