@@ -11,11 +11,13 @@ row are counted once.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ClassVar, TypeVar
 
-from tortoise.backends.base.client import BaseDBAsyncClient
+import stamina
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.exceptions import OperationalError
 
 from .declaration import CounterSpec
@@ -28,6 +30,8 @@ __all__ = ["CounterCacheMixin"]
 logger = logging.getLogger(__name__)
 
 _MOVE_ATTEMPTS = 8
+
+T = TypeVar("T")
 
 
 class CounterCacheMixin:
@@ -88,7 +92,12 @@ class CounterCacheMixin:
                 # Only counted keys changed and they are written: Tortoise would
                 # take its empty UPDATE (0 rows) for a missing row and raise.
                 force_update, model._saved_in_db = False, True
-        await super().save(db, fields, force_create, force_update)  # type: ignore[misc]
+        await _retrying_deadlocks(
+            db,
+            lambda: super(CounterCacheMixin, self).save(  # type: ignore[misc]
+                db, fields, force_create, force_update
+            ),
+        )
         if creating and self._cc_specs:
             self._cc_take_snapshot()
             created = [
@@ -191,8 +200,9 @@ class CounterCacheMixin:
                 expected = {k: current[k] for k in wanted}
             if expected == wanted:
                 return []
-            rows = (
-                await model.filter(pk=self.pk, **expected).using_db(db).update(**wanted)
+            query = model.filter(pk=self.pk, **expected).using_db(db)
+            rows = await _retrying_deadlocks(
+                db, functools.partial(query.update, **wanted)
             )
             if rows:
                 return _move_changes(specs, expected, wanted)
@@ -201,6 +211,36 @@ class CounterCacheMixin:
             f"{type(self).__name__} pk={self.pk!r} kept changing while it was moved; "
             "the move was not saved. Retry the save."
         )
+
+
+async def _retrying_deadlocks(
+    db: BaseDBAsyncClient, write: Callable[[], Awaitable[T]]
+) -> T:
+    """Run an autocommitted write again when the database chose it as the victim of
+    a deadlock.
+
+    On InnoDB an INSERT of a child takes shared locks on its parents for the
+    foreign-key checks, while a worker's apply holds exclusive locks on the parents
+    of its batch; the INSERT, the smaller transaction, is then the victim. Outside a
+    transaction the statement was rolled back whole and nothing was counted yet, so
+    running it again is safe. Inside a transaction the whole transaction was rolled
+    back, which only its owner can retry: the error is raised as it is.
+    """
+    if isinstance(db, TransactionalDBClient):
+        return await write()
+    for attempt in stamina.retry_context(
+        on=_is_deadlock, attempts=6, timeout=None, wait_initial=0.005, wait_max=0.2
+    ):
+        with attempt:
+            return await write()
+    raise AssertionError("unreachable: retry_context raises after its last attempt")
+
+
+def _is_deadlock(error: Exception) -> bool:
+    text = f"{error!r} {error.__cause__!r}".lower()
+    return isinstance(error, OperationalError) and (
+        "deadlock" in text or "1213" in text
+    )
 
 
 def _move_changes(
