@@ -27,7 +27,8 @@ class Settings:
         redis_url: Redis (or Redis Cluster, see `redis_cluster`) holding the deltas.
         queue: Name of the SAQ queue the apply jobs go to.
         queue_url: Redis holding the SAQ queue; defaults to `redis_url`. Must be a
-            standalone or Sentinel-fronted Redis, since SAQ is not cluster-safe.
+            standalone Redis (`redis://` or `rediss://`): SAQ is not cluster-safe.
+            Set it when `redis_url` is a cluster.
         redis_cluster: Treat `redis_url` as a Redis Cluster.
         key_prefix: Prefix of every Redis key the library writes.
         shards: Number of shards the counters are spread over. Each shard is one
