@@ -41,6 +41,21 @@ if BACKEND not in DB_URLS:
 DB_URL = DB_URLS[BACKEND]
 
 
+def mysql_driver() -> str:
+    """The MySQL driver Tortoise picked: asyncmy whenever it is importable."""
+    from tortoise.backends.mysql import client
+
+    return "asyncmy" if client.mysql.__name__.startswith("asyncmy") else "aiomysql"
+
+
+_WANTED_DRIVER = os.environ.get("COUNTER_CACHE_TEST_DRIVER")
+if BACKEND == "mysql" and _WANTED_DRIVER and mysql_driver() != _WANTED_DRIVER:
+    raise RuntimeError(
+        f"COUNTER_CACHE_TEST_DRIVER={_WANTED_DRIVER} but Tortoise loaded "
+        f"{mysql_driver()}; install or hide asyncmy accordingly."
+    )
+
+
 def tortoise_config(*modules: str) -> dict[str, Any]:
     models = ["tests.models", "tortoise_counter_cache.models", *modules]
     return {

@@ -24,7 +24,9 @@ async def run_cli(
     """Run the command with this test's settings; returns (code, stdout, stderr)."""
     environ = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
         "COLUMNS": "120",
         "COUNTER_CACHE_TEST_DB_URL": DB_URL,
         "COUNTER_CACHE_REDIS_URL": settings.redis_url,

@@ -4,6 +4,7 @@ own tests, without Redis or a worker."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,11 @@ def test_counter_cache_inline_fixture_loads_as_a_pytest_plugin(
 ) -> None:
     """Listed in pytest_plugins, the module provides the `counter_cache_inline`
     fixture, which switches inline counters on for one test only."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    )
     pytester.makeconftest('pytest_plugins = ["tortoise_counter_cache.testing"]')
     pytester.makepyfile(
         """

@@ -29,7 +29,9 @@ def worker_env(settings: cc.Settings) -> dict[str, str]:
         "COUNTER_CACHE_QUEUE": settings.queue,
         "COUNTER_CACHE_KEY_PREFIX": settings.key_prefix,
         "COUNTER_CACHE_SHARDS": str(settings.shards),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
     }
 
 
