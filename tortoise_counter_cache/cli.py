@@ -59,7 +59,7 @@ ConfigOption = Annotated[
         "--config",
         "-c",
         help="Tortoise config as module.VARIABLE (default: TORTOISE_ORM or "
-        "[tool.tortoise] in pyproject.toml).",
+        "\\[tool.tortoise] in pyproject.toml).",
     ),
 ]
 

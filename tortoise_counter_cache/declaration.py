@@ -87,7 +87,8 @@ class CounterSpec:
     """Parent field the foreign key targets, None when it is the primary key."""
 
     def ref(self, value: Any) -> CounterRef:
-        return CounterRef(model_label(self.parent), self.column, value, self.lookup)
+        label = model_label(self.parent)
+        return CounterRef(label, self.column, _key_value(value), self.lookup)
 
     def describe(self) -> str:
         child, parent = self.child.__name__, self.parent.__name__
@@ -100,7 +101,13 @@ def model_label(model: type[Model]) -> str:
 
 
 def counter_ref(model: type[Model], column: str, value: Any) -> CounterRef:
-    return CounterRef(model_label(model), column, value)
+    return CounterRef(model_label(model), column, _key_value(value))
+
+
+def _key_value(value: Any) -> int | str:
+    """Keys travel as int or str: a UUID or other key type is sent as its text, which
+    Tortoise converts back when it filters on the key."""
+    return value if type(value) is int or type(value) is str else str(value)
 
 
 def resolve_counters(models: Iterable[type[Model]]) -> None:

@@ -28,10 +28,13 @@ class CounterRef:
     lookup: str | None = None
 
     def encode(self) -> str:
-        parts: list[Any] = [self.model_label, self.column, self.value]
-        if self.lookup is not None:
-            parts.append(self.lookup)
-        return json.dumps(parts, separators=(",", ":"))
+        # The hot path of every save: labels and columns are Python identifiers,
+        # so only a string value needs JSON's escaping.
+        value = self.value
+        text = str(value) if type(value) is int else json.dumps(value)
+        if self.lookup is None:
+            return f'["{self.model_label}","{self.column}",{text}]'
+        return f'["{self.model_label}","{self.column}",{text},"{self.lookup}"]'
 
     @classmethod
     def decode(cls, raw: str | bytes) -> CounterRef:

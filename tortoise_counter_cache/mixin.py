@@ -226,10 +226,14 @@ async def _retrying_deadlocks(
     running it again is safe. Inside a transaction the whole transaction was rolled
     back, which only its owner can retry: the error is raised as it is.
     """
-    if isinstance(db, TransactionalDBClient):
-        return await write()
+    try:
+        return await write()  # the common case stays free of retry bookkeeping
+    except OperationalError as error:
+        if isinstance(db, TransactionalDBClient) or not _is_deadlock(error):
+            raise
+        logger.info("deadlock victim, writing again error=%r", error)
     for attempt in stamina.retry_context(
-        on=_is_deadlock, attempts=6, timeout=None, wait_initial=0.005, wait_max=0.2
+        on=_is_deadlock, attempts=5, timeout=None, wait_initial=0.005, wait_max=0.2
     ):
         with attempt:
             return await write()

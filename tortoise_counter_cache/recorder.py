@@ -1,9 +1,17 @@
-"""Group commit: saves that arrive while a Redis call is in flight share the next one.
+"""Group commit: concurrent saves share one Redis call.
 
 A save returns only after the Redis call carrying its delta has returned, so the
 delta is safely in Redis when `save()` returns. Under a burst of concurrent saves
 that costs one Redis round trip per *batch* of saves rather than per save, which is
 what keeps the write path close to the speed of a bare INSERT.
+
+One flusher task per event loop sends the batches. Saves that arrive while a call
+is in flight merge into the next batch. When several saves are already waiting for
+that next batch, a burst is on, and the flusher lingers `LINGER_S` before sending so
+that the batch grows further; a lone save is sent at once. Measured on two cores
+(see benchmarks/README.md): without the linger a call carried 3 to 5 saves and the
+client spent about 170 µs more CPU per save than a bare INSERT; with it, 15 to 20
+saves and about 50 µs more.
 """
 
 from __future__ import annotations
@@ -19,6 +27,11 @@ __all__ = ["GroupCommit"]
 
 logger = logging.getLogger(__name__)
 
+LINGER_S = 0.002
+"""How long a batch that already has several saves waits for more before it is sent.
+A redis-py call costs about 150 µs of client CPU, as much as a small INSERT, so
+sending fewer, larger calls is what frees the CPU during a burst."""
+
 
 class GroupCommit:
     """Coalesces concurrent `submit()` calls of one event loop into few Redis calls."""
@@ -26,8 +39,9 @@ class GroupCommit:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._pending: dict[int, dict[str, int]] = {}
-        self._busy = False
-        self._next: asyncio.Future[None] | None = None
+        self._joined = 0  # saves merged into `_pending`
+        self._batch: asyncio.Future[None] | None = None  # released with `_pending`
+        self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, by_shard: dict[int, dict[str, int]]) -> None:
         """Record deltas (shard -> counter -> delta); returns once they are in Redis.
@@ -35,16 +49,15 @@ class GroupCommit:
         Raises whatever the Redis call raised; the caller then still owns its deltas.
         """
         self._merge(by_shard)
-        if self._busy:
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._next)
-            return
-        self._busy = True
-        try:
-            await self._send()
-        finally:
-            self._continue()
+        self._joined += 1
+        loop = asyncio.get_running_loop()
+        if self._batch is None:
+            self._batch = loop.create_future()
+        batch = self._batch
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        # Shielded: a cancelled save must not cancel the batch others wait for.
+        await asyncio.shield(batch)
 
     def _merge(self, by_shard: dict[int, dict[str, int]]) -> None:
         for shard, deltas in by_shard.items():
@@ -52,35 +65,32 @@ class GroupCommit:
             for counter, delta in deltas.items():
                 target[counter] = target.get(counter, 0) + delta
 
-    async def _send(self) -> None:
-        batch, self._pending = self._pending, {}
-        batch = {s: {c: d for c, d in cs.items() if d} for s, cs in batch.items()}
-        armed = await self._runtime.store.record(
-            {s: cs for s, cs in batch.items() if cs}
-        )
-        # The deltas are safe in Redis now; queueing the jobs need not delay the
-        # saves (the reconciler covers a process that dies before it queued them).
-        self._runtime.hand_over(armed)
-
-    def _continue(self) -> None:
-        if not self._pending:
-            self._busy = False
-            if self._next is not None:  # its deltas were carried by the last call
-                self._next.set_result(None)
-                self._next = None
-            return
-        waiters, self._next = self._next, None
-        asyncio.get_running_loop().create_task(self._follow(waiters))
-
-    async def _follow(self, waiters: asyncio.Future[None] | None) -> None:
+    async def _flush(self) -> None:
+        """Send batches until no save is waiting."""
         try:
-            await self._send()
-        except BaseException as error:
-            if waiters is not None and not waiters.done():
-                waiters.set_exception(error)
-                waiters.exception()  # mark retrieved: each waiter handles it
-        else:
-            if waiters is not None and not waiters.done():
-                waiters.set_result(None)
+            while self._batch is not None:
+                if self._joined > 1:
+                    await asyncio.sleep(LINGER_S)
+                pending, self._pending, self._joined = self._pending, {}, 0
+                batch, self._batch = self._batch, None
+                try:
+                    await self._send(pending)
+                except asyncio.CancelledError:
+                    batch.cancel()
+                    raise
+                except BaseException as error:
+                    batch.set_exception(error)
+                    batch.exception()  # mark retrieved: each waiter handles it
+                else:
+                    batch.set_result(None)
         finally:
-            self._continue()
+            self._flusher = None
+
+    async def _send(self, pending: dict[int, dict[str, int]]) -> None:
+        deltas = {s: {c: d for c, d in cs.items() if d} for s, cs in pending.items()}
+        armed = await self._runtime.store.record(
+            {s: cs for s, cs in deltas.items() if cs}
+        )
+        # The deltas are safe in Redis now; queueing the apply jobs of the shards
+        # this call armed need not hold up the saves.
+        self._runtime.hand_over(armed)

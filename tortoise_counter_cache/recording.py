@@ -13,7 +13,6 @@ from .apply import apply_deltas
 from .exceptions import ConfigurationError
 from .keys import CounterRef, shard_of
 from .runtime import get_runtime
-from .store import group_by_shard
 
 __all__ = ["record"]
 
@@ -35,19 +34,19 @@ def is_inline() -> bool:
 
 async def record(changes: list[tuple[CounterRef, int]], db: BaseDBAsyncClient) -> None:
     """Record counter changes made by a write that went through `db`."""
-    deltas: dict[str, int] = {}
+    summed: dict[CounterRef, int] = {}
     for ref, delta in changes:
-        counter = ref.encode()
-        deltas[counter] = deltas.get(counter, 0) + delta
-    deltas = {counter: delta for counter, delta in deltas.items() if delta}
-    if not deltas:
+        summed[ref] = summed.get(ref, 0) + delta
+    if _inline or isinstance(db, TransactionalDBClient):
+        deltas = {ref.encode(): delta for ref, delta in summed.items() if delta}
+        if not deltas:
+            return
+        if _inline:
+            await apply_deltas(deltas, db)
+        else:
+            await _record_in_outbox(deltas, db)
         return
-    if _inline:
-        await apply_deltas(deltas, db)
-    elif isinstance(db, TransactionalDBClient):
-        await _record_in_outbox(deltas, db)
-    else:
-        await _record_in_redis(changes, deltas, db)
+    await _record_in_redis(summed, db)
 
 
 async def _record_in_outbox(deltas: dict[str, int], db: BaseDBAsyncClient) -> None:
@@ -64,18 +63,22 @@ async def _record_in_outbox(deltas: dict[str, int], db: BaseDBAsyncClient) -> No
 
 
 async def _record_in_redis(
-    changes: list[tuple[CounterRef, int]], deltas: dict[str, int], db: BaseDBAsyncClient
+    summed: dict[CounterRef, int], db: BaseDBAsyncClient
 ) -> None:
     runtime = get_runtime()
+    by_shard: dict[int, dict[str, int]] = {}
+    shards = runtime.settings.shards
+    for ref, delta in summed.items():
+        if delta:
+            by_shard.setdefault(shard_of(ref, shards), {})[ref.encode()] = delta
+    if not by_shard:
+        return
     if not runtime.redis_is_down():
-        shards = runtime.settings.shards
-        by_shard = group_by_shard(
-            (shard_of(ref, shards), ref.encode(), delta) for ref, delta in changes
-        )
         try:
             await runtime.recorder.submit(by_shard)
             return
         except Exception as error:  # Redis unreachable, timed out or refused
             runtime.mark_redis_down(error)
+    deltas = {c: d for counters in by_shard.values() for c, d in counters.items()}
     report = await apply_deltas(deltas, db)
     logger.debug("deltas applied directly counters=%d", report.counters)

@@ -75,6 +75,9 @@ def build_settings(
             )
         ],
         "concurrency": concurrency,
+        # Let a running apply finish its batch on shutdown; a job cut short is safe
+        # (its batch stays in flight and is resumed) but costs a resume.
+        "shutdown_grace_period_s": 5,
         "startup": startup,
         "shutdown": shutdown,
         **worker,

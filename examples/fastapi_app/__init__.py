@@ -1,0 +1,1 @@
+"""A small FastAPI app whose posts and users carry counter caches."""
