@@ -140,15 +140,23 @@ async def apply_next(shard: int, run: ShardRun) -> Taken | None:
 async def drain_outbox(limit: int = 1000) -> int:
     """Apply up to `limit` committed outbox deltas in one transaction; returns how
     many rows it consumed. Safe with several workers: rows are claimed by DELETE,
-    and a drainer that lost the race rolls back."""
+    and a drainer that lost the race rolls back.
+
+    Rows left by a Redis call that failed after it may have run carry its record
+    id: they are applied only if the id can be claimed in Redis (the call did not
+    run), and dropped if the call ran (its deltas are in Redis already). While Redis
+    cannot be asked, such rows wait.
+    """
     async with in_transaction(_connection_name()) as connection:
         rows = await (
             CounterOutbox.all()
             .using_db(connection)
             .order_by("id")
             .limit(limit)
-            .values_list("id", "counter", "delta")
+            .values_list("id", "counter", "delta", "record_id", "shard")
         )
+        verdicts = await _claim_record_ids({(r[3], r[4]) for r in rows if r[3]})
+        rows = [r for r in rows if not r[3] or (r[3], r[4]) in verdicts]
         if not rows:
             return 0
         ids = [row[0] for row in rows]
@@ -156,11 +164,40 @@ async def drain_outbox(limit: int = 1000) -> int:
         if deleted != len(ids):
             raise _OutboxRaced
         deltas: dict[str, int] = {}
-        for _, counter, delta in rows:
+        for _, counter, delta, record_id, shard in rows:
+            if record_id and not verdicts[(record_id, shard)]:
+                continue  # the record call ran: Redis has this delta already
             deltas[counter] = deltas.get(counter, 0) + int(delta)
         await apply_deltas({c: d for c, d in deltas.items() if d}, connection)
     logger.info("outbox drained rows=%d", len(rows))
     return len(rows)
+
+
+async def _claim_record_ids(
+    pairs: set[tuple[str, int | None]],
+) -> dict[tuple[str, int | None], bool]:
+    """For each (record id, shard): True to apply the outbox rows, False to drop
+    them. Pairs that Redis could not settle are left out."""
+    verdicts: dict[tuple[str, int | None], bool] = {}
+    store = get_runtime().store
+    for record_id, shard in pairs:
+        if shard is None:
+            verdicts[(record_id, shard)] = True
+            continue
+        try:
+            verdicts[(record_id, shard)] = await store.claim(shard, record_id)
+        except Exception as error:
+            logger.warning(
+                "outbox rows wait for redis record_id=%s error=%r", record_id, error
+            )
+            continue
+        if not verdicts[(record_id, shard)]:
+            logger.info(
+                "outbox copy dropped, the record ran in redis record_id=%s shard=%d",
+                record_id,
+                shard,
+            )
+    return verdicts
 
 
 class _OutboxRaced(Exception):

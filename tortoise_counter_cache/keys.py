@@ -91,6 +91,10 @@ class ShardKeys:
         """Hash: deltas taken by a job and not yet known to be applied."""
         return f"{self.tag}:inflight"
 
+    def marker(self, record_id: str) -> str:
+        """String with an expiry: this shard's part of record call `record_id` ran."""
+        return f"{self.tag}:rec:{record_id}"
+
     @property
     def token(self) -> str:
         """String: the ledger token of the batch in `inflight`."""

@@ -24,6 +24,11 @@ class CounterOutbox(Model):
     counter = fields.CharField(max_length=512)
     delta = fields.BigIntField()
     created_at = fields.DatetimeField(auto_now_add=True)
+    record_id = fields.CharField(max_length=32, null=True)
+    """Set when a Redis record call failed after it may have run: the worker applies
+    the row only if it can claim this id in Redis (no record call ran under it)."""
+    shard = fields.IntField(null=True)
+    """The shard whose marker holds `record_id`."""
 
     class Meta:
         table = "counter_cache_outbox"

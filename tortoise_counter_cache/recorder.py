@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .runtime import Runtime
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "RecordUncertain", "never_sent"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +89,36 @@ class GroupCommit:
 
     async def _send(self, pending: dict[int, dict[str, int]]) -> None:
         deltas = {s: {c: d for c, d in cs.items() if d} for s, cs in pending.items()}
-        armed = await self._runtime.store.record(
-            {s: cs for s, cs in deltas.items() if cs}
-        )
+        deltas = {s: cs for s, cs in deltas.items() if cs}
+        record_id = uuid.uuid4().hex
+        store = self._runtime.store
+        try:
+            armed = await store.record(deltas, record_id)
+        except Exception as error:
+            if never_sent(error):
+                raise
+            # The call may have run. Sending it again is safe (the record id makes
+            # it idempotent) and settles the question if Redis answers this time.
+            logger.info("record call failed, sending it again error=%r", error)
+            try:
+                armed = await store.record(deltas, record_id)
+            except Exception as again:
+                raise RecordUncertain(record_id, again) from error
         # The deltas are safe in Redis now; queueing the apply jobs of the shards
         # this call armed need not hold up the saves.
         self._runtime.hand_over(armed)
+
+
+class RecordUncertain(Exception):
+    """A record call failed after it may have reached Redis; its deltas must go to
+    the outbox under `record_id`, which the worker claims before applying them."""
+
+    def __init__(self, record_id: str, error: BaseException) -> None:
+        super().__init__(f"record {record_id} may or may not have run: {error!r}")
+        self.record_id = record_id
+
+
+def never_sent(error: BaseException) -> bool:
+    """True when redis-py failed while connecting, before any command was sent:
+    then the deltas certainly did not reach Redis."""
+    return "connecting to" in str(error)

@@ -12,6 +12,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClie
 from .apply import apply_deltas
 from .exceptions import ConfigurationError
 from .keys import CounterRef, shard_of
+from .recorder import RecordUncertain
 from .runtime import get_runtime
 
 __all__ = ["record"]
@@ -49,7 +50,12 @@ async def record(changes: list[tuple[CounterRef, int]], db: BaseDBAsyncClient) -
     await _record_in_redis(summed, db)
 
 
-async def _record_in_outbox(deltas: dict[str, int], db: BaseDBAsyncClient) -> None:
+async def _record_in_outbox(
+    deltas: dict[str, int],
+    db: BaseDBAsyncClient,
+    uncertain: RecordUncertain | None = None,
+    shards: dict[str, int] | None = None,
+) -> None:
     from .models import CounterOutbox
 
     if CounterOutbox._meta.app is None:
@@ -58,7 +64,16 @@ async def _record_in_outbox(deltas: dict[str, int], db: BaseDBAsyncClient) -> No
             "tortoise_counter_cache.models.CounterOutbox is not registered; add "
             "'tortoise_counter_cache.models' to the models of your Tortoise app."
         )
-    rows = [CounterOutbox(counter=c, delta=d) for c, d in deltas.items()]
+    record_id = uncertain.record_id if uncertain is not None else None
+    rows = [
+        CounterOutbox(
+            counter=c,
+            delta=d,
+            record_id=record_id,
+            shard=shards[c] if shards is not None else None,
+        )
+        for c, d in deltas.items()
+    ]
     await CounterOutbox.bulk_create(rows, using_db=db)
 
 
@@ -73,12 +88,24 @@ async def _record_in_redis(
             by_shard.setdefault(shard_of(ref, shards), {})[ref.encode()] = delta
     if not by_shard:
         return
+    deltas = {c: d for counters in by_shard.values() for c, d in counters.items()}
     if not runtime.redis_is_down():
         try:
             await runtime.recorder.submit(by_shard)
             return
-        except Exception as error:  # Redis unreachable, timed out or refused
+        except RecordUncertain as uncertain:
+            # Applying directly could count twice; the worker settles it.
+            runtime.mark_redis_down(uncertain)
+            logger.warning(
+                "record outcome unknown, deltas kept in the outbox record_id=%s",
+                uncertain.record_id,
+            )
+            shard_by_counter = {
+                c: shard for shard, counters in by_shard.items() for c in counters
+            }
+            await _record_in_outbox(deltas, db, uncertain, shard_by_counter)
+            return
+        except Exception as error:  # refused or unreachable: nothing was sent
             runtime.mark_redis_down(error)
-    deltas = {c: d for counters in by_shard.values() for c, d in counters.items()}
     report = await apply_deltas(deltas, db)
-    logger.debug("deltas applied directly counters=%d", report.counters)
+    logger.warning("deltas applied directly counters=%d", report.counters)

@@ -107,7 +107,7 @@ class Runtime:
         self.redis_down_until = time.monotonic() + self.settings.redis_retry_after_s
         if first:
             logger.warning(
-                "redis unreachable, applying deltas directly to the database "
+                "redis unreachable, deltas bypass redis until it answers "
                 "error=%r retry_after_s=%.1f",
                 error,
                 self.settings.redis_retry_after_s,

@@ -48,6 +48,9 @@ class Settings:
         job_timeout_s: SAQ timeout of an apply job; keep it above the database's
             lock wait timeout (50 s on InnoDB).
         ledger_retention_s: How long applied-batch records are kept.
+        record_marker_ttl_s: How long Redis remembers that a record call ran. A
+            save whose Redis call failed mid-way leaves its deltas in the outbox;
+            the worker must drain them within this time to count them exactly.
     """
 
     redis_url: str = "redis://localhost:6379/0"
@@ -65,10 +68,12 @@ class Settings:
     outbox_poll_s: float = 0.25
     job_timeout_s: int = 120
     ledger_retention_s: int = 7 * 24 * 3600
+    record_marker_ttl_s: float = 600.0
 
     def __post_init__(self) -> None:
         _check_positive(self, "shards", "lease_ms", "redis_timeout_s")
         _check_positive(self, "max_delta_age_s", "outbox_poll_s", "job_timeout_s")
+        _check_positive(self, "record_marker_ttl_s")
         if self.batch_window_s < 0:
             raise ConfigurationError(
                 f"batch_window_s must be 0 or more, got {self.batch_window_s!r}."

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,28 +35,53 @@ logger = logging.getLogger(__name__)
 
 RedisClient = Redis | RedisCluster
 
-# KEYS: per shard, (pending, since, lease). ARGV: now_ms, lease_ms, then per shard the
-# number of counters followed by (counter, delta) pairs. A counter whose running
-# delta returns to zero is removed. Returns the 1-based positions of the shards this
-# call armed (their lease was free), which the caller must hand to a job.
+# KEYS: per shard, (pending, since, lease, marker). ARGV: now_ms, lease_ms,
+# marker_ttl_ms, then per shard the number of counters followed by (counter, delta)
+# pairs. A counter whose running delta returns to zero is removed. Returns the
+# 1-based positions of the shards this call armed (their lease was free), which the
+# caller must hand to a job.
+#
+# The marker makes a record idempotent: it is set (NX) under the call's record id,
+# and a shard whose marker exists is skipped. A client whose call failed after it
+# may have reached Redis resends the same call, or leaves its deltas in the outbox
+# under that id; the worker then claims the id (see _CLAIM) before applying them,
+# so a call that did run late is never counted a second time.
 _RECORD = """
-local now, lease = ARGV[1], ARGV[2]
-local a = 3
+local now, lease, ttl = ARGV[1], ARGV[2], ARGV[3]
+local a = 4
 local armed = {}
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, 4 do
   local n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    if redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1]) == 0 then
-      redis.call('HDEL', KEYS[i], ARGV[a])
+  if redis.call('SET', KEYS[i + 3], '1', 'NX', 'PX', ttl) then
+    for _ = 1, n do
+      if redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1]) == 0 then
+        redis.call('HDEL', KEYS[i], ARGV[a])
+      end
+      a = a + 2
     end
-    a = a + 2
-  end
-  redis.call('SET', KEYS[i + 1], now, 'NX')
-  if redis.call('SET', KEYS[i + 2], '1', 'NX', 'PX', lease) then
-    armed[#armed + 1] = (i + 2) / 3
+    redis.call('SET', KEYS[i + 1], now, 'NX')
+    if redis.call('SET', KEYS[i + 2], '1', 'NX', 'PX', lease) then
+      armed[#armed + 1] = (i + 3) / 4
+    end
+  else
+    a = a + 2 * n
   end
 end
 return armed
+"""
+
+# KEYS: marker. ARGV: marker_ttl_ms. Claims a record id for the outbox: returns 1
+# when no record call ran under it (and marks it so none ever will) or when a
+# drainer claimed it before; 0 when the record call did run, so its deltas are in
+# Redis already and the outbox copies must be dropped.
+_CLAIM = """
+local seen = redis.call('GET', KEYS[1])
+if not seen then
+  redis.call('SET', KEYS[1], 'outbox', 'PX', ARGV[1])
+  return 1
+end
+if seen == 'outbox' then return 1 end
+return 0
 """
 
 # KEYS: pending, inflight, token, lease, since. ARGV: new token, lease_ms.
@@ -150,6 +176,7 @@ class DeltaStore:
         self.client = client
         self.settings = settings
         self._record = client.register_script(_RECORD)
+        self._claim = client.register_script(_CLAIM)
         self._take = client.register_script(_TAKE)
         self._finish = client.register_script(_FINISH)
         self._inspect = client.register_script(_INSPECT)
@@ -159,30 +186,48 @@ class DeltaStore:
     def keys(self, shard: int) -> ShardKeys:
         return ShardKeys(self.settings.key_prefix, shard)
 
-    async def record(self, by_shard: dict[int, dict[str, int]]) -> list[int]:
-        """Add deltas (shard -> counter -> delta); returns the shards armed by this
-        call, for which the caller must enqueue an apply job."""
+    async def record(
+        self, by_shard: dict[int, dict[str, int]], record_id: str | None = None
+    ) -> list[int]:
+        """Add deltas (shard -> counter -> delta) once under `record_id` (a fresh
+        one by default); returns the shards armed by this call, for which the
+        caller must enqueue an apply job. Sending the same call again is harmless."""
+        record_id = record_id or uuid.uuid4().hex
         if not by_shard:
             return []
         if isinstance(self.client, RedisCluster):
             groups = [[item] for item in by_shard.items()]
-            results = await asyncio.gather(*(self._record_group(g) for g in groups))
+            results = await asyncio.gather(
+                *(self._record_group(g, record_id) for g in groups)
+            )
             return [shard for armed in results for shard in armed]
-        return await self._record_group(list(by_shard.items()))
+        return await self._record_group(list(by_shard.items()), record_id)
 
     async def _record_group(
-        self, group: Sequence[tuple[int, dict[str, int]]]
+        self, group: Sequence[tuple[int, dict[str, int]]], record_id: str
     ) -> list[int]:
         keys: list[str] = []
-        args: list[Any] = [int(time.time() * 1000), self.settings.lease_ms]
+        args: list[Any] = [
+            int(time.time() * 1000),
+            self.settings.lease_ms,
+            int(self.settings.record_marker_ttl_s * 1000),
+        ]
         for shard, deltas in group:
             names = self.keys(shard)
-            keys += [names.pending, names.since, names.lease]
+            keys += [names.pending, names.since, names.lease, names.marker(record_id)]
             args.append(len(deltas))
             for counter, delta in deltas.items():
                 args += [counter, delta]
         armed = cast(list[int], await self._record(keys=keys, args=args))
         return [group[position - 1][0] for position in armed]
+
+    async def claim(self, shard: int, record_id: str) -> bool:
+        """Claim `record_id` on `shard` for the outbox (see `_CLAIM`)."""
+        ttl_ms = int(self.settings.record_marker_ttl_s * 1000)
+        claimed = await self._claim(
+            keys=[self.keys(shard).marker(record_id)], args=[ttl_ms]
+        )
+        return bool(claimed)
 
     async def take(self, shard: int, token: str) -> Taken | None:
         """Move the shard's pending deltas in flight under `token` (or return the
@@ -241,12 +286,10 @@ class DeltaStore:
         )
 
     async def drop_all(self) -> None:
-        """Delete every key of every shard (for tests and `reset` tooling)."""
-        for shard in range(self.settings.shards):
-            names = self.keys(shard)
-            await self.client.delete(
-                names.pending, names.since, names.lease, names.inflight, names.token
-            )
+        """Delete every key of every shard, record markers included (for tests and
+        `reset` tooling)."""
+        async for key in self.client.scan_iter(match=f"{{{self.settings.key_prefix}:*"):
+            await self.client.delete(key)
 
 
 def group_by_shard(deltas: Iterable[tuple[int, str, int]]) -> dict[int, dict[str, int]]:

@@ -71,9 +71,13 @@ def build_settings(
                 reconcile,
                 cron=f"* * * * * */{config.reconcile_every_s}",
                 unique=True,
-                timeout=60,
+                # A reconcile run takes milliseconds. Its key stays blocked while a
+                # killed worker's run looks active, until a sweep finds it timed
+                # out: keep both short so the reconciler never stalls for long.
+                timeout=max(5, 2 * config.reconcile_every_s),
             )
         ],
+        "timers": {"sweep": config.reconcile_every_s},
         "concurrency": concurrency,
         # Let a running apply finish its batch on shutdown; a job cut short is safe
         # (its batch stays in flight and is resumed) but costs a resume.
