@@ -79,9 +79,6 @@ def build_settings(
         ],
         "timers": {"sweep": config.reconcile_every_s},
         "concurrency": concurrency,
-        # Let a running apply finish its batch on shutdown; a job cut short is safe
-        # (its batch stays in flight and is resumed) but costs a resume.
-        "shutdown_grace_period_s": 5,
         "startup": startup,
         "shutdown": shutdown,
         **worker,
