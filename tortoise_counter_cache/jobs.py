@@ -220,6 +220,25 @@ async def drain_outbox_forever(poll_s: float) -> None:
             await asyncio.sleep(poll_s)
 
 
+async def reconcile_forever(every_s: float) -> None:
+    """Worker background task: reconcile every `every_s` seconds.
+
+    The SAQ cron job does the same, but SAQ can stall it: its unique key stays
+    blocked while a killed worker's run still looks active, and SAQ's sweep, which
+    frees such keys, waits up to 5 s for each job a dead worker left active (after
+    Redis restarts, hundreds). Running it here too keeps orphaned deltas moving
+    whatever state the queue is in; two reconcilers at once are harmless.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await reconcile()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("reconcile failed error=%r", error)
+
+
 async def reconcile(ctx: dict[str, Any] | None = None) -> dict[str, int]:
     """Cron job: schedule shards whose deltas no job will apply (a lost enqueue,
     retries exhausted, a killed worker) and prune the ledger."""

@@ -18,7 +18,7 @@ from saq import CronJob
 from saq.queue.redis import RedisQueue
 from tortoise import Tortoise
 
-from .jobs import apply_shard, drain_outbox_forever, reconcile
+from .jobs import apply_shard, drain_outbox_forever, reconcile, reconcile_forever
 from .runtime import APPLY_JOB, RECONCILE_JOB, close_runtime
 from .settings import Settings, get_settings
 from .tortoise_config import load_tortoise_config
@@ -30,22 +30,24 @@ logger = logging.getLogger(__name__)
 
 async def startup(ctx: dict[str, Any]) -> None:
     """Initialise Tortoise (unless the host app did), sweep jobs a killed worker
-    left active, and start the outbox drain."""
+    left active, and start the outbox drain and the reconcile loop."""
     if not Tortoise._inited:
         await Tortoise.init(config=load_tortoise_config())
         ctx["counter_cache_owns_tortoise"] = True
     # Jobs queued before this worker started can be wrongly swept as aborted when
     # Redis has no cached scripts yet; an explicit sweep first avoids that race.
     await ctx["worker"].queue.sweep()
-    poll_s = get_settings().outbox_poll_s
-    ctx["counter_cache_outbox"] = asyncio.create_task(drain_outbox_forever(poll_s))
+    settings = get_settings()
+    ctx["counter_cache_tasks"] = [
+        asyncio.create_task(drain_outbox_forever(settings.outbox_poll_s)),
+        asyncio.create_task(reconcile_forever(settings.reconcile_every_s)),
+    ]
     logger.info("worker started queue=%s", ctx["worker"].queue.name)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Stop the outbox drain and close what startup opened."""
-    task = ctx.pop("counter_cache_outbox", None)
-    if task is not None:
+    """Stop the background tasks and close what startup opened."""
+    for task in ctx.pop("counter_cache_tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
