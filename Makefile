@@ -47,7 +47,9 @@ docs: $(VENV)/.installed
 
 ## bench: the burst benchmark on the local MariaDB and Redis
 bench: $(VENV)/.installed
-	$(BIN)/python benchmarks/burst.py --db mysql://root:@127.0.0.1:3306/cc_bench --redis redis://127.0.0.1:6379/0
+	$(BIN)/python benchmarks/burst.py --db mysql://root:@127.0.0.1:3306/cc_bench \
+		--redis redis://127.0.0.1:6379/0 --rounds 3 --drain 10000 \
+		--plot benchmarks/burst.png --json benchmarks/burst.json
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache

@@ -641,12 +641,6 @@ async def test_random_faults_long_run_leaves_every_counter_exact(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Redis connection dropped or a server stopped after it ran a record "
-    "but before its reply arrived makes the save fall back to the database: the "
-    "delta is then counted twice (see docs/reliability.md)",
-)
 async def test_random_redis_faults_leave_every_counter_exact(tmp_path: Path) -> None:
     """Two minutes of random writes while every Redis connection is killed and the
     server restarted at random end exact."""
