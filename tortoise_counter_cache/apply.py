@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,11 +119,3 @@ async def _update(
             delta,
             len(values) - rows,
         )
-
-
-def deltas_by_counter(refs: Iterable[tuple[CounterRef, int]]) -> dict[str, int]:
-    """Sum (counter, delta) pairs into encoded counter -> delta."""
-    summed: dict[str, int] = defaultdict(int)
-    for ref, delta in refs:
-        summed[ref.encode()] += delta
-    return {counter: delta for counter, delta in summed.items() if delta}

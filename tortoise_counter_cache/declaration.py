@@ -90,10 +90,6 @@ class CounterSpec:
         label = model_label(self.parent)
         return CounterRef(label, self.column, _key_value(value), self.lookup)
 
-    def describe(self) -> str:
-        child, parent = self.child.__name__, self.parent.__name__
-        return f"{child}.{self.fk_name} -> {parent}.{self.column}"
-
 
 def model_label(model: type[Model]) -> str:
     """`app.Model`, the name under which Tortoise registers a model."""

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -290,18 +289,6 @@ class DeltaStore:
         `reset` tooling)."""
         async for key in self.client.scan_iter(match=f"{{{self.settings.key_prefix}:*"):
             await self.client.delete(key)
-
-
-def group_by_shard(deltas: Iterable[tuple[int, str, int]]) -> dict[int, dict[str, int]]:
-    """Sum (shard, counter, delta) triples into shard -> counter -> delta."""
-    grouped: dict[int, dict[str, int]] = defaultdict(dict)
-    for shard, counter, delta in deltas:
-        grouped[shard][counter] = grouped[shard].get(counter, 0) + delta
-    return {
-        shard: {c: d for c, d in counters.items() if d}
-        for shard, counters in grouped.items()
-        if any(counters.values())
-    }
 
 
 def _parse_deltas(shard: int, flat: Sequence[Any]) -> dict[str, int]:
