@@ -878,6 +878,12 @@ def execute(options: Options) -> dict[str, Any]:
     outcome = asyncio.run(run(options, console))
     summary, results, drain = outcome
     print_table(console, results, drain)
+    if summary["database"] == "sqlite":
+        console.print(
+            "SQLite has one writer and no row locks, so there is no lock queue for "
+            "a counter cache to remove here; the burst this library is for needs a "
+            "server database: make bench (MariaDB) or --db URL."
+        )
     if options.json_path:
         options.json_path.write_text(json.dumps(summary, indent=2) + "\n")
     if options.plot_path:
