@@ -6,8 +6,10 @@ MULTI block cannot do. Each script touches the keys of one shard only (one hash
 slot), except `record`, which on a standalone Redis may touch several shards in one
 call; on a cluster the client sends one `record` call per shard.
 
-No script is retried by the client: a retried HINCRBY whose first reply was lost
-would count twice (redis-py 8's default constructor retries ten times).
+The client never retries a script on its own (redis-py 8's default constructor
+would retry ten times): a retried HINCRBY whose first reply was lost would count
+twice. The recorder resends a `record` call itself, only because each call carries
+a record id that makes it idempotent.
 """
 
 from __future__ import annotations
