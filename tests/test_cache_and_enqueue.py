@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 from saq import Worker
 
-from tests.conftest import eventually
+from tests.conftest import BACKEND, eventually
 from tests.models import User
 from tortoise_counter_cache import (
     InvalidDeltaError,
     UnknownCounterError,
     cache_and_enqueue,
 )
+from tortoise_counter_cache.declaration import counter_ref
+from tortoise_counter_cache.keys import shard_of
+from tortoise_counter_cache.runtime import get_runtime
 
 
 async def test_cache_and_enqueue_increments_and_decrements(worker: Worker) -> None:
@@ -116,3 +119,46 @@ async def test_delta_for_a_missing_row_is_dropped_once_and_logged(
     assert "model=User column=karma delta=+1 missing=1" in line
     await asyncio.sleep(0.5)
     assert len(await dropped()) == 1
+
+
+async def test_same_row_by_int_and_str_pk_is_one_counter(worker: Worker) -> None:
+    """A primary key given as 5 or as "5" names the same counter, so both deltas
+    are applied."""
+    user = await User.create()
+    await cache_and_enqueue(User, user.id, "karma", "increment")
+    await cache_and_enqueue(User, str(user.id), "karma", "increment")
+
+    async def karma() -> bool:
+        return (await User.get(id=user.id)).karma == 2
+
+    await eventually(karma)
+
+
+async def test_a_counter_the_database_refuses_does_not_block_its_shard(
+    worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delta that overflows its column is dropped with an ERROR, and the other
+    counters of the same batch are still applied."""
+    overflowing, fine = await User.create(), await User.create()
+    while same_shard(overflowing.id) != same_shard(fine.id):
+        fine = await User.create()  # both counters must share one batch
+    await cache_and_enqueue(User, overflowing.id, "karma", "increment", by=2**40)
+    await cache_and_enqueue(User, fine.id, "karma", "increment", by=3)
+
+    async def applied() -> bool:
+        return (await User.get(id=fine.id)).karma == 3
+
+    await eventually(applied)
+    if BACKEND == "sqlite":  # SQLite stores 64-bit integers in any INTEGER column
+        assert (await User.get(id=overflowing.id)).karma == 2**40
+    else:
+        assert (await User.get(id=overflowing.id)).karma == 0
+        assert any(
+            r.getMessage().startswith("delta dropped model=User column=karma")
+            for r in caplog.records
+        )
+
+
+def same_shard(pk: int) -> int:
+    ref = counter_ref(User, "karma", pk)
+    return shard_of(ref, get_runtime().settings.shards)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from saq import Worker
+from tortoise.transactions import in_transaction
 
 from tests.conftest import all_exact, eventually
 from tests.models import Comment, Post, User
@@ -84,3 +87,23 @@ async def test_parent_save_never_writes_counters_back(worker: Worker) -> None:
     await stale.save()
     fresh = await Post.get(id=post.id)
     assert (fresh.title, fresh.count_of_comments) == ("renamed", 1)
+
+
+async def test_move_rolled_back_then_saved_again_is_written_and_counted(
+    worker: Worker,
+) -> None:
+    """A move inside a transaction that rolled back is written and counted when the
+    same instance is saved again outside it."""
+    user = await User.create()
+    first, second = await Post.create(user=user), await Post.create(user=user)
+    comment = await Comment.create(user=user, post=first)
+    comment.post = second
+    with contextlib.suppress(RuntimeError):
+        async with in_transaction():
+            await comment.save()
+            raise RuntimeError("roll back")
+    await comment.save()
+
+    await eventually(all_exact)
+    assert (await Comment.get(id=comment.id)).post_id == second.id
+    assert (await Post.get(id=second.id)).count_of_comments == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.expressions import F
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from .declaration import INTEGER_FIELDS
 from .keys import CounterRef
@@ -79,19 +81,45 @@ def _group(
 
 
 async def apply_deltas(
-    deltas: dict[str, int], connection: BaseDBAsyncClient
+    deltas: dict[str, int],
+    connection: BaseDBAsyncClient,
+    keep_going: Callable[[Exception], bool] | None = None,
 ) -> ApplyReport:
     """Apply encoded deltas through `connection` (the caller owns the transaction).
 
     Counters that name no registered model or integer column are logged and
     dropped; rows that no longer exist are logged and their deltas dropped.
+
+    With `keep_going`, each statement runs in its own savepoint, and a statement
+    whose error `keep_going` accepts (an out-of-range value, a failed CHECK) is
+    rolled back, logged and dropped while the others apply: one bad counter must
+    not hold back every counter of its batch forever.
     """
     report = ApplyReport()
     for (model, column, lookup, delta), values in _group(deltas, report).items():
         values.sort(key=repr)
         for start in range(0, len(values), CHUNK_ROWS):
             chunk = values[start : start + CHUNK_ROWS]
-            await _update(model, column, lookup, delta, chunk, connection, report)
+            if keep_going is None:
+                await _update(model, column, lookup, delta, chunk, connection, report)
+                continue
+            try:
+                async with in_transaction(connection.connection_name) as savepoint:
+                    await _update(
+                        model, column, lookup, delta, chunk, savepoint, report
+                    )
+            except Exception as error:
+                if not keep_going(error):
+                    raise
+                logger.error(
+                    "delta dropped model=%s column=%s delta=%+d rows=%d reason=%r",
+                    model.__name__,
+                    column,
+                    delta,
+                    len(chunk),
+                    error,
+                )
+                report.dropped += [str(value) for value in chunk]
     return report
 
 

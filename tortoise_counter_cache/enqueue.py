@@ -71,5 +71,11 @@ async def cache_and_enqueue(
         raise InvalidDeltaError(
             f"pk must be an int or a str, got {type(pk).__name__} {pk!r}."
         )
+    try:  # 5 and "5" must be one counter, not two that clash when applied
+        pk = model._meta.pk.to_python_value(pk)
+    except (TypeError, ValueError):
+        raise InvalidDeltaError(
+            f"pk {pk!r} is not a valid primary key of {model.__name__}."
+        ) from None
     db = using_db or model._choose_db(True)
     await record([(counter_ref(model, column, pk), _DIRECTIONS[direction] * by)], db)

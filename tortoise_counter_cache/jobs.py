@@ -76,13 +76,26 @@ async def apply_batch(taken: Taken) -> ApplyReport | None:
     if taken.resumed and await _already_applied(taken.token):
         return None
     try:
-        async with in_transaction(_connection_name()) as connection:
-            await CounterLedger.create(token=taken.token, using_db=connection)
-            return await apply_deltas(taken.deltas, connection)
-    except IntegrityError:
-        if await _already_applied(taken.token):
+        return await _apply_in_one_transaction(taken, isolated=False)
+    except Exception as error:
+        if is_transient(error):
+            raise
+        if isinstance(error, IntegrityError) and await _already_applied(taken.token):
             return None
-        raise
+        # A statement the database refuses (a counter out of its column's range,
+        # a CHECK constraint) would fail this batch on every retry and hold back
+        # its whole shard: apply statement by statement and drop what fails.
+        logger.error(
+            "batch refused, applying it statement by statement error=%r", error
+        )
+        return await _apply_in_one_transaction(taken, isolated=True)
+
+
+async def _apply_in_one_transaction(taken: Taken, isolated: bool) -> ApplyReport:
+    async with in_transaction(_connection_name()) as connection:
+        await CounterLedger.create(token=taken.token, using_db=connection)
+        keep_going = (lambda error: not is_transient(error)) if isolated else None
+        return await apply_deltas(taken.deltas, connection, keep_going)
 
 
 async def apply_shard(ctx: dict[str, Any] | None, *, shard: Any) -> dict[str, int]:

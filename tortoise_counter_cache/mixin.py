@@ -177,6 +177,10 @@ class CounterCacheMixin:
         if expected is not None and expected == wanted:
             return []
         changes = await self._cc_compare_and_set(db, specs, expected, wanted)
+        if isinstance(db, TransactionalDBClient):
+            # The move may yet be rolled back: the next save asks the database.
+            vars(self).pop("_cc_snapshot", None)
+            return changes
         snapshot = getattr(self, "_cc_snapshot", None)
         if snapshot is None:
             self._cc_take_snapshot()

@@ -101,9 +101,12 @@ class GroupCommit:
             # it idempotent) and settles the question if Redis answers this time.
             logger.info("record call failed, sending it again error=%r", error)
             try:
-                armed = await store.record(deltas, record_id)
+                await store.record(deltas, record_id)
             except Exception as again:
                 raise RecordUncertain(record_id, again) from error
+            # A shard the first call armed answers the resend with "already
+            # recorded", so queue a job for every shard; spare ones find nothing.
+            armed = list(deltas)
         # The deltas are safe in Redis now; queueing the apply jobs of the shards
         # this call armed need not hold up the saves.
         self._runtime.hand_over(armed)

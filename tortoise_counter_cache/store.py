@@ -93,7 +93,12 @@ return 0
 _TAKE = """
 redis.call('SET', KEYS[4], '1', 'PX', ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {redis.call('GET', KEYS[3]), redis.call('HGETALL', KEYS[2])}
+  local held = redis.call('GET', KEYS[3])
+  if not held then  -- lost its token (evicted?): adopt this one, or no job ends it
+    redis.call('SET', KEYS[3], ARGV[1])
+    held = ARGV[1]
+  end
+  return {held, redis.call('HGETALL', KEYS[2])}
 end
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[4], KEYS[5])
@@ -137,6 +142,14 @@ _PEEK = """
 return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('HGET', KEYS[2], ARGV[1]),
         redis.call('GET', KEYS[3])}
 """
+
+
+class PartialRecordError(Exception):
+    """On a cluster, some shards of a record call took their deltas and others
+    failed; resending the call (same record id) completes it."""
+
+    def __init__(self, record_id: str, error: BaseException) -> None:
+        super().__init__(f"record {record_id} reached only some shards: {error!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +212,17 @@ class DeltaStore:
         if isinstance(self.client, RedisCluster):
             groups = [[item] for item in by_shard.items()]
             results = await asyncio.gather(
-                *(self._record_group(g, record_id) for g in groups)
+                *(self._record_group(g, record_id) for g in groups),
+                return_exceptions=True,
             )
-            return [shard for armed in results for shard in armed]
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures and len(failures) < len(results):
+                # Some shards took their deltas: the call as a whole must not be
+                # mistaken for one that never reached Redis.
+                raise PartialRecordError(record_id, failures[0])
+            if failures:
+                raise failures[0]
+            return [shard for armed in results for shard in cast(list[int], armed)]
         return await self._record_group(list(by_shard.items()), record_id)
 
     async def _record_group(
