@@ -381,12 +381,21 @@ async def _pending(
     outbox = await (
         CounterOutbox.filter(counter__in=list(counters))
         .using_db(library_db)
-        .values_list("counter", "delta")
+        .values_list("counter", "delta", "record_id", "shard")
     )
-    for counter, delta in outbox:
+    for counter, delta, record_id, shard in outbox:
+        if record_id and shard is not None and await _record_ran(shard, record_id):
+            continue  # a copy the worker will drop: Redis holds this delta already
         key = counters[counter]
         pending[key] = pending.get(key, 0) + int(delta)
     return pending
+
+
+async def _record_ran(shard: int, record_id: str) -> bool:
+    """True when Redis shows the record call `record_id` ran on `shard`."""
+    store = get_runtime().store
+    marker = await store.client.get(store.keys(shard).marker(record_id))
+    return marker in (b"1", "1")
 
 
 def _connection_name(model: type[Model]) -> str | None:
