@@ -19,8 +19,10 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import stamina
 from tortoise.exceptions import IntegrityError
@@ -46,6 +48,40 @@ _TRANSIENT_WORDS = (
     "database is locked",
     "could not serialize",
 )
+
+
+T = TypeVar("T")
+
+_unfinished: set[asyncio.Task[Any]] = set()
+
+
+async def to_completion(work: Coroutine[Any, Any, T]) -> T:
+    """Run database work as a task of its own that cancelling the caller does not
+    interrupt.
+
+    Tortoise leaks a pooled connection when a transaction is cancelled while it
+    begins, and closing the pool then waits forever for that connection. A worker
+    shutting down cancels its jobs at any point, so their transactions run here and
+    `wait_for_unfinished()` lets them end before the connections close.
+    """
+    task = asyncio.ensure_future(work)
+    _unfinished.add(task)
+    task.add_done_callback(_forget)
+    return await asyncio.shield(task)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _unfinished.discard(task)
+    if not task.cancelled():
+        task.exception()  # its caller may be gone; the error was logged or raised
+
+
+async def wait_for_unfinished(timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) for database work whose caller was cancelled."""
+    loop = asyncio.get_running_loop()
+    mine = {task for task in _unfinished if task.get_loop() is loop}
+    if mine:
+        await asyncio.wait(mine, timeout=timeout_s)
 
 
 def is_transient(error: Exception) -> bool:
@@ -76,7 +112,7 @@ async def apply_batch(taken: Taken) -> ApplyReport | None:
     if taken.resumed and await _already_applied(taken.token):
         return None
     try:
-        return await _apply_in_one_transaction(taken, isolated=False)
+        return await to_completion(_apply_in_one_transaction(taken, isolated=False))
     except Exception as error:
         if is_transient(error):
             raise
@@ -88,7 +124,7 @@ async def apply_batch(taken: Taken) -> ApplyReport | None:
         logger.error(
             "batch refused, applying it statement by statement error=%r", error
         )
-        return await _apply_in_one_transaction(taken, isolated=True)
+        return await to_completion(_apply_in_one_transaction(taken, isolated=True))
 
 
 async def _apply_in_one_transaction(taken: Taken, isolated: bool) -> ApplyReport:
@@ -221,7 +257,7 @@ async def drain_outbox_forever(poll_s: float) -> None:
     """Worker background task: drain the outbox, resting `poll_s` when it is empty."""
     while True:
         try:
-            consumed = await drain_outbox()
+            consumed = await to_completion(drain_outbox())
         except _OutboxRaced:
             consumed = 0
         except asyncio.CancelledError:
@@ -245,7 +281,7 @@ async def reconcile_forever(every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
         try:
-            await reconcile()
+            await to_completion(reconcile())
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -275,9 +311,11 @@ async def reconcile(ctx: dict[str, Any] | None = None) -> dict[str, int]:
                 state.inflight,
             )
     cutoff = time.time() - settings.ledger_retention_s
-    from datetime import UTC, datetime
-
-    pruned = await CounterLedger.filter(
-        applied_at__lt=datetime.fromtimestamp(cutoff, UTC)
-    ).delete()
+    pruned = await to_completion(_prune_ledger(datetime.fromtimestamp(cutoff, UTC)))
     return {"scheduled": scheduled, "pruned": pruned}
+
+
+async def _prune_ledger(before: datetime) -> int:
+    """Delete ledger rows of batches applied before `before`."""
+    deleted: int = await CounterLedger.filter(applied_at__lt=before).delete()
+    return deleted

@@ -18,7 +18,13 @@ from saq import CronJob
 from saq.queue.redis import RedisQueue
 from tortoise import Tortoise
 
-from .jobs import apply_shard, drain_outbox_forever, reconcile, reconcile_forever
+from .jobs import (
+    apply_shard,
+    drain_outbox_forever,
+    reconcile,
+    reconcile_forever,
+    wait_for_unfinished,
+)
 from .runtime import APPLY_JOB, RECONCILE_JOB, close_runtime
 from .settings import Settings, get_settings
 from .tortoise_config import load_tortoise_config
@@ -51,6 +57,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    # Transactions of cancelled jobs finish first: closing the pool would wait
+    # forever for a connection a cancelled transaction still holds.
+    await wait_for_unfinished(get_settings().job_timeout_s)
     await close_runtime()
     if ctx.pop("counter_cache_owns_tortoise", False):
         await Tortoise.close_connections()
