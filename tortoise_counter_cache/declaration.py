@@ -96,6 +96,12 @@ def model_label(model: type[Model]) -> str:
     return f"{model._meta.app}.{model.__name__}"
 
 
+def connection_name(model: type[Model]) -> str | None:
+    """The name of the connection `model` writes through (None before init)."""
+    name = model._meta.default_connection
+    return name if isinstance(name, str) else None
+
+
 def counter_ref(model: type[Model], column: str, value: Any) -> CounterRef:
     return CounterRef(model_label(model), column, _key_value(value))
 

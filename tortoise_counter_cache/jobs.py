@@ -29,6 +29,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from .apply import ApplyReport, apply_deltas
+from .declaration import connection_name
 from .models import CounterLedger, CounterOutbox
 from .runtime import get_runtime
 from .store import Taken
@@ -97,11 +98,6 @@ class ShardRun:
     skipped: int = 0
 
 
-def _connection_name() -> str | None:
-    name = CounterLedger._meta.default_connection
-    return name if isinstance(name, str) else None
-
-
 async def _already_applied(token: str) -> bool:
     return await CounterLedger.filter(token=token).exists()
 
@@ -128,7 +124,7 @@ async def apply_batch(taken: Taken) -> ApplyReport | None:
 
 
 async def _apply_in_one_transaction(taken: Taken, isolated: bool) -> ApplyReport:
-    async with in_transaction(_connection_name()) as connection:
+    async with in_transaction(connection_name(CounterLedger)) as connection:
         await CounterLedger.create(token=taken.token, using_db=connection)
         keep_going = (lambda error: not is_transient(error)) if isolated else None
         return await apply_deltas(taken.deltas, connection, keep_going)
@@ -196,7 +192,7 @@ async def drain_outbox(limit: int = 1000) -> int:
     run), and dropped if the call ran (its deltas are in Redis already). While Redis
     cannot be asked, such rows wait.
     """
-    async with in_transaction(_connection_name()) as connection:
+    async with in_transaction(connection_name(CounterLedger)) as connection:
         rows = await (
             CounterOutbox.all()
             .using_db(connection)

@@ -55,7 +55,7 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from .apply import resolve_model
-from .declaration import CounterSpec, model_label
+from .declaration import CounterSpec, connection_name, model_label
 from .exceptions import (
     BackendUnavailableError,
     CounterCacheError,
@@ -303,7 +303,7 @@ async def _recount_batch(
     parent, child = spec.parent, spec.child
     pk_attr = parent._meta.pk_attr
     lookup = spec.lookup or pk_attr
-    async with in_transaction(_connection_name(parent)) as connection:
+    async with in_transaction(connection_name(parent)) as connection:
         # values()/values_list() drop FOR UPDATE in Tortoise 1.1: fetch objects.
         locked = await (
             parent.filter(**{f"{pk_attr}__in": pks})
@@ -398,10 +398,5 @@ async def _record_ran(shard: int, record_id: str) -> bool:
     return marker in (b"1", "1")
 
 
-def _connection_name(model: type[Model]) -> str | None:
-    name = model._meta.default_connection
-    return name if isinstance(name, str) else None
-
-
 def _same_connection(parent: type[Model]) -> bool:
-    return _connection_name(CounterLedger) == _connection_name(parent)
+    return connection_name(CounterLedger) == connection_name(parent)
