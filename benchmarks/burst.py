@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,7 @@ for folder in (HERE, HERE.parent):
 import bench_models as m  # noqa: E402
 import stamina  # noqa: E402
 import typer  # noqa: E402
+from bench_db import open_database  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import (  # noqa: E402
@@ -452,26 +452,6 @@ def with_pool(db_url: str, size: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def init_database(db_url: str) -> None:
-    """Open the database (creating it when missing) and its bench tables."""
-    try:
-        await Tortoise.init(config=tortoise_config(db_url))
-        await create_tables()
-    except Exception as error:
-        text = f"{error} {error.__cause__} {error.__context__}".lower()
-        if "unknown database" not in text and "does not exist" not in text:
-            raise
-        await Tortoise.close_connections()
-        await Tortoise.init(config=tortoise_config(db_url), _create_db=True)
-        await create_tables()
-
-
-async def create_tables() -> None:
-    with warnings.catch_warnings():  # MariaDB warns about each existing table
-        warnings.filterwarnings("ignore", message=".*already exists")
-        await Tortoise.generate_schemas(safe=True)
-
-
 def listening(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
         return True
@@ -682,7 +662,7 @@ async def run(
         )
         db_url = with_pool(db, options.concurrency + 10)
         client = Redis.from_url(redis)
-        await init_database(db_url)
+        await open_database(tortoise_config(db_url))
         progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description:<28}"),

@@ -33,6 +33,7 @@ import typer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_db import open_database  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from tortoise import Tortoise  # noqa: E402
 from tortoise.functions import Count  # noqa: E402
@@ -328,12 +329,7 @@ async def prepare(db_url: str, parents: int, rng: random.Random) -> Run:
             }
         },
     }
-    try:
-        await Tortoise.init(config=config, _create_db=True)
-    except Exception:  # the database exists already
-        await Tortoise.close_connections()
-        await Tortoise.init(config=config)
-    await Tortoise.generate_schemas(safe=True)
+    await open_database(config)
     async with in_transaction() as db:
         for model in (Comment, Post, User, CounterOutbox, CounterLedger):
             await model.all().using_db(db).delete()

@@ -38,12 +38,12 @@ if str(HERE.parent) not in sys.path:  # the library sits in the checkout above
     sys.path.insert(0, str(HERE.parent))
 
 import typer  # noqa: E402
+from bench_db import open_database  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from saq import Worker  # noqa: E402
 from tortoise import Tortoise, fields  # noqa: E402
-from tortoise.exceptions import OperationalError  # noqa: E402
 from tortoise.models import Model  # noqa: E402
 
 import tortoise_counter_cache as cc  # noqa: E402
@@ -109,12 +109,7 @@ async def setup_database(db_url: str) -> None:
             }
         },
     }
-    try:
-        await Tortoise.init(config=config, _create_db=True)
-    except OperationalError:  # the database exists already
-        await Tortoise.close_connections()
-        await Tortoise.init(config=config)
-    await Tortoise.generate_schemas(safe=True)
+    await open_database(config)
 
 
 async def reset_tables(parents: int) -> None:
