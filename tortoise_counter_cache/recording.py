@@ -88,7 +88,6 @@ async def _record_in_redis(
             by_shard.setdefault(shard_of(ref, shards), {})[ref.encode()] = delta
     if not by_shard:
         return
-    deltas = {c: d for counters in by_shard.values() for c, d in counters.items()}
     if not runtime.redis_is_down():
         try:
             await runtime.recorder.submit(by_shard)
@@ -103,9 +102,14 @@ async def _record_in_redis(
             shard_by_counter = {
                 c: shard for shard, counters in by_shard.items() for c in counters
             }
-            await _record_in_outbox(deltas, db, uncertain, shard_by_counter)
+            await _record_in_outbox(_flat(by_shard), db, uncertain, shard_by_counter)
             return
         except Exception as error:  # refused or unreachable: nothing was sent
             runtime.mark_redis_down(error)
-    report = await apply_deltas(deltas, db)
+    report = await apply_deltas(_flat(by_shard), db)
     logger.warning("deltas applied directly counters=%d", report.counters)
+
+
+def _flat(by_shard: dict[int, dict[str, int]]) -> dict[str, int]:
+    """Shard -> counter -> delta as counter -> delta (only the fallbacks need it)."""
+    return {c: d for counters in by_shard.values() for c, d in counters.items()}
