@@ -100,7 +100,7 @@ async def _drain_outbox() -> int:
     while True:
         try:
             rows = await jobs.drain_outbox()
-        except jobs._OutboxRaced:  # a worker claimed some rows first: read again
+        except jobs.OutboxRaced:  # a worker claimed some rows first: read again
             continue
         if not rows:
             return consumed

@@ -207,7 +207,7 @@ async def drain_outbox(limit: int = 1000) -> int:
         ids = [row[0] for row in rows]
         deleted = await CounterOutbox.filter(id__in=ids).using_db(connection).delete()
         if deleted != len(ids):
-            raise _OutboxRaced
+            raise OutboxRaced
         deltas: dict[str, int] = {}
         for _, counter, delta, record_id, shard in rows:
             if record_id and not verdicts[(record_id, shard)]:
@@ -245,7 +245,7 @@ async def _claim_record_ids(
     return verdicts
 
 
-class _OutboxRaced(Exception):
+class OutboxRaced(Exception):
     """Another worker claimed some of the rows first."""
 
 
@@ -254,7 +254,7 @@ async def drain_outbox_forever(poll_s: float) -> None:
     while True:
         try:
             consumed = await to_completion(drain_outbox())
-        except _OutboxRaced:
+        except OutboxRaced:
             consumed = 0
         except asyncio.CancelledError:
             raise
